@@ -1,0 +1,1 @@
+//! Loom models of watchstore (see run.sh).

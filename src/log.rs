@@ -1,0 +1,181 @@
+//! The bounded ring event log.
+//!
+//! Slot `index & mask` holds the event with commit index `index` until the
+//! event `index + capacity` replaces it. The event's own index is the slot's
+//! sequence stamp: a reader that wants index `i` and finds a smaller index
+//! knows `i` is not published yet, and one that finds a larger index knows
+//! `i` was overwritten. There is no separate head or tail counter: the root's
+//! commit index is the tail, and the oldest index held follows from it.
+//!
+//! Replaced events are freed through crossbeam-epoch, so a reader that
+//! loaded a slot pointer under a guard can finish with it.
+
+use std::cell::RefCell;
+use std::sync::Weak;
+
+use crate::error::Error;
+use crate::sync::epoch::{self, Atomic, Collector, Guard, LocalHandle, Owned};
+use crate::sync::{Arc, Ordering};
+use crate::tree::Event;
+
+/// The result of looking up one index in the log.
+pub(crate) enum Slot {
+    /// The event with the requested index.
+    Ready(Event),
+    /// The requested index has not been published yet.
+    Pending,
+    /// The requested index was overwritten by a later one.
+    Overwritten,
+}
+
+pub(crate) struct Log {
+    slots: Box<[Atomic<Event>]>,
+    /// `capacity - 1`; the capacity is a power of two.
+    mask: u64,
+    /// Owns every deferred destructor of replaced events, so dropping the
+    /// store frees them and nothing is shared with other stores.
+    collector: Collector,
+    /// Tells per-thread handle caches whether this log is still alive.
+    alive: Arc<()>,
+}
+
+thread_local! {
+    /// One epoch handle per thread per live log: registering a handle is
+    /// costly (its first pin runs a collection), so it is done once.
+    static HANDLES: RefCell<Vec<(Weak<()>, LocalHandle)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Log {
+    /// Creates a log of `capacity` slots; `capacity` must be a power of two.
+    pub(crate) fn new(capacity: usize) -> Result<Log, Error> {
+        if capacity == 0 || !capacity.is_power_of_two() {
+            return Err(Error::invalid(
+                "log_capacity",
+                format!("is {capacity}, expected a power of two of at least 1"),
+            ));
+        }
+        let slots = (0..capacity).map(|_| Atomic::null()).collect();
+        Ok(Log {
+            slots,
+            mask: capacity as u64 - 1,
+            collector: Collector::new(),
+            alive: Arc::new(()),
+        })
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// Pins the current thread in this log's epoch, through a handle cached
+    /// per thread.
+    pub(crate) fn pin(&self) -> Guard {
+        let cached = HANDLES.try_with(|handles| {
+            let mut handles = handles.borrow_mut();
+            if let Some((_, handle)) = handles
+                .iter()
+                .find(|(_, handle)| handle.collector() == &self.collector)
+            {
+                return handle.pin();
+            }
+            // A dead log's handle keeps its collector's garbage alive, so
+            // drop those before caching one more.
+            handles.retain(|(alive, _)| alive.strong_count() > 0);
+            let handle = self.collector.register();
+            let guard = handle.pin();
+            handles.push((Arc::downgrade(&self.alive), handle));
+            guard
+        });
+        // During thread teardown the cache is gone: use a one-off handle.
+        cached.unwrap_or_else(|_| self.collector.register().pin())
+    }
+
+    /// Publishes `event` to its slot unless the slot already holds it or a
+    /// later event, and returns whether this call published it.
+    ///
+    /// Equality alone would not do: a helper that loaded an old root could
+    /// otherwise overwrite a newer event in the same slot, losing it.
+    pub(crate) fn publish(&self, event: &Event, guard: &Guard) -> bool {
+        let slot = &self.slots[(event.index & self.mask) as usize];
+        // Acquire: the index read below belongs to the event the pointer
+        // was published with (pairs with the Release of the CAS below).
+        let mut current = slot.load(Ordering::Acquire, guard);
+        let mut new = Owned::new(event.clone());
+        loop {
+            // SAFETY: `current` was loaded under `guard`, and events leave a
+            // slot only through `defer_destroy`, which waits for the guard.
+            if let Some(existing) = unsafe { current.as_ref() } {
+                if existing.index >= event.index {
+                    return false;
+                }
+            }
+            // AcqRel on success: Release publishes the event's contents to
+            // readers' Acquire loads; Acquire orders our read of the old
+            // event's index. Acquire on failure, for the same reason as the
+            // first load. The guard is held from the load to this CAS, so
+            // `current` cannot be freed and its address reused (no ABA).
+            match slot.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire, guard) {
+                Ok(_) => {
+                    if !current.is_null() {
+                        // SAFETY: the CAS unlinked `current` from the only
+                        // place that referenced it, and the deferred
+                        // destructor runs only after every guard that could
+                        // have loaded it is dropped.
+                        unsafe { guard.defer_destroy(current) };
+                    }
+                    return true;
+                }
+                Err(failure) => {
+                    current = failure.current;
+                    new = failure.new;
+                }
+            }
+        }
+    }
+
+    /// Looks up the event with commit index `index`.
+    pub(crate) fn get(&self, index: u64, guard: &Guard) -> Slot {
+        let slot = &self.slots[(index & self.mask) as usize];
+        // Acquire pairs with the Release of the publishing CAS, so the
+        // event's fields are visible.
+        let shared = slot.load(Ordering::Acquire, guard);
+        // SAFETY: loaded under `guard`; see `publish`.
+        match unsafe { shared.as_ref() } {
+            None => Slot::Pending,
+            Some(event) if event.index == index => Slot::Ready(event.clone()),
+            Some(event) if event.index < index => Slot::Pending,
+            Some(_) => Slot::Overwritten,
+        }
+    }
+
+    /// The oldest index the log holds once every event up to `published`
+    /// is published.
+    pub(crate) fn oldest_held(&self, published: u64) -> u64 {
+        (published + 1).saturating_sub(self.capacity()).max(1)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self` proves no other thread can load a slot, so
+        // freeing the events now cannot race a reader.
+        let guard = unsafe { epoch::unprotected() };
+        for slot in self.slots.iter() {
+            // Relaxed: `&mut self` already orders this against every
+            // earlier access.
+            let shared = slot.swap(epoch::Shared::null(), Ordering::Relaxed, guard);
+            if !shared.is_null() {
+                // SAFETY: the pointer came from `Owned::new` in `publish`
+                // and was unlinked just now, so this is its only owner.
+                drop(unsafe { shared.into_owned() });
+            }
+        }
+        // Drop this thread's cached handle now; other threads drop theirs
+        // the next time they register a handle for any log, or at exit.
+        let _ = HANDLES.try_with(|handles| {
+            if let Ok(mut handles) = handles.try_borrow_mut() {
+                handles.retain(|(_, handle)| handle.collector() != &self.collector);
+            }
+        });
+    }
+}
