@@ -100,7 +100,9 @@ impl Log {
         // Acquire: the index read below belongs to the event the pointer
         // was published with (pairs with the Release of the CAS below).
         let mut current = slot.load(Ordering::Acquire, guard);
-        let mut new = Owned::new(event.clone());
+        // Allocated only once the slot is known to need it, and reused
+        // across CAS retries.
+        let mut new: Option<Owned<Event>> = None;
         loop {
             // SAFETY: `current` was loaded under `guard`, and events leave a
             // slot only through `defer_destroy`, which waits for the guard.
@@ -109,12 +111,14 @@ impl Log {
                     return false;
                 }
             }
-            // AcqRel on success: Release publishes the event's contents to
-            // readers' Acquire loads; Acquire orders our read of the old
-            // event's index. Acquire on failure, for the same reason as the
-            // first load. The guard is held from the load to this CAS, so
-            // `current` cannot be freed and its address reused (no ABA).
-            match slot.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire, guard) {
+            // Release on success publishes the event's contents to readers'
+            // Acquire loads. Acquire on failure, for the same reason as the
+            // first load: the loop reads the index of the event it finds.
+            // The guard is held from the load to this CAS, so `current`
+            // cannot be freed and its address reused (no ABA).
+            let owned = new.take().unwrap_or_else(|| Owned::new(event.clone()));
+            match slot.compare_exchange(current, owned, Ordering::Release, Ordering::Acquire, guard)
+            {
                 Ok(_) => {
                     if !current.is_null() {
                         // SAFETY: the CAS unlinked `current` from the only
@@ -127,7 +131,7 @@ impl Log {
                 }
                 Err(failure) => {
                     current = failure.current;
-                    new = failure.new;
+                    new = Some(failure.new);
                 }
             }
         }

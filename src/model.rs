@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering;
 
+use equivalent::Comparable as _;
 use prost::Message;
 
 use crate::error::Error;
@@ -50,6 +51,55 @@ impl Key {
             namespace: tenancy.map(|t| t.namespace.clone()).unwrap_or_default(),
             name: id.name.clone(),
         }
+    }
+}
+
+/// A borrowed key, for map lookups that should not allocate.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyRef<'a> {
+    group: &'a str,
+    kind: &'a str,
+    partition: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl<'a> KeyRef<'a> {
+    pub(crate) fn of(id: &'a Id) -> KeyRef<'a> {
+        let ty = id.r#type.as_ref();
+        let tenancy = id.tenancy.as_ref();
+        KeyRef {
+            group: ty.map_or("", |t| t.group.as_str()),
+            kind: ty.map_or("", |t| t.kind.as_str()),
+            partition: tenancy.map_or("", |t| t.partition.as_str()),
+            namespace: tenancy.map_or("", |t| t.namespace.as_str()),
+            name: &id.name,
+        }
+    }
+}
+
+impl equivalent::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.compare(key) == Ordering::Equal
+    }
+}
+
+impl equivalent::Comparable<Key> for KeyRef<'_> {
+    fn compare(&self, key: &Key) -> Ordering {
+        (
+            self.group,
+            self.kind,
+            self.partition,
+            self.namespace,
+            self.name,
+        )
+            .cmp(&(
+                key.group.as_str(),
+                key.kind.as_str(),
+                key.partition.as_str(),
+                key.namespace.as_str(),
+                key.name.as_str(),
+            ))
     }
 }
 

@@ -7,7 +7,7 @@ use imbl::OrdMap;
 
 use crate::error::{DisplayId, Error};
 use crate::log::Log;
-use crate::model::{self, Key, OwnerKey, Query};
+use crate::model::{self, Key, KeyRef, OwnerKey, Query};
 use crate::pb::{Id, Resource, Tenancy, Type};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Notify, Ordering, RootCell};
 use crate::tree::Root;
@@ -221,7 +221,7 @@ impl Store {
     /// mismatch is [`Error::CasFailure`]. The group version is ignored.
     pub fn delete_cas(&self, id: &Id, version: &str) -> Result<(), Error> {
         model::check_delete(id, version)?;
-        let key = Key::of(id);
+        let key = KeyRef::of(id);
         self.shared.commit(|root| {
             let Some(existing) = root.resources.get(&key) else {
                 return Ok(None);
@@ -236,7 +236,7 @@ impl Store {
                     stored: Some(existing.version.clone()),
                 });
             }
-            Ok(Some((root.with_delete(&key, Arc::clone(existing)), ())))
+            Ok(Some((root.with_delete(key, Arc::clone(existing)), ())))
         })?;
         Ok(())
     }
@@ -382,7 +382,7 @@ pub(crate) fn read_in(root: &Root, id: &Id) -> Result<Arc<Resource>, Error> {
     let not_found = || Error::NotFound {
         id: Box::new(id.clone()),
     };
-    let stored = root.resources.get(&Key::of(id)).ok_or_else(not_found)?;
+    let stored = root.resources.get(&KeyRef::of(id)).ok_or_else(not_found)?;
     if !id.uid.is_empty() && existing_uid(stored) != id.uid {
         return Err(not_found());
     }

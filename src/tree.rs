@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use imbl::{OrdMap, OrdSet};
 
-use crate::model::{Key, OwnerKey, Query};
+use crate::model::{Key, KeyRef, OwnerKey, Query};
 use crate::pb::Resource;
 use crate::sync::Arc;
 
@@ -67,13 +67,13 @@ impl Root {
 
     /// Builds the root that follows `self` after deleting `previous`, the
     /// resource stored under `key`.
-    pub(crate) fn with_delete(&self, key: &Key, previous: Arc<Resource>) -> Root {
+    pub(crate) fn with_delete(&self, key: KeyRef<'_>, previous: Arc<Resource>) -> Root {
         let index = self.index + 1;
         let mut owners = self.owners.clone();
-        remove_owner_ref(&mut owners, &previous, key);
+        remove_owner_ref(&mut owners, &previous, &key);
         Root {
             index,
-            resources: self.resources.without(key),
+            resources: self.resources.without(&key),
             owners,
             event: Some(Event {
                 index,
@@ -139,7 +139,10 @@ fn add_owner_ref(owners: &mut OrdMap<OwnerKey, OrdSet<Key>>, resource: &Resource
     }
 }
 
-fn remove_owner_ref(owners: &mut OrdMap<OwnerKey, OrdSet<Key>>, resource: &Resource, key: &Key) {
+fn remove_owner_ref<Q>(owners: &mut OrdMap<OwnerKey, OrdSet<Key>>, resource: &Resource, key: &Q)
+where
+    Q: equivalent::Comparable<Key> + ?Sized,
+{
     let Some(owner) = &resource.owner else {
         return;
     };
