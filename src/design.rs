@@ -1,5 +1,5 @@
 //! How the store works: the root, the event log, the handoff and the
-//! wake-ups. This module holds documentation only.
+//! wake-ups. This module contains documentation only.
 //!
 //! # The root
 //!

@@ -1,6 +1,6 @@
 //! An in-memory, versioned resource store for control planes.
 //!
-//! A [`Store`] holds protobuf [`Resource`]s shaped like Consul's
+//! A [`Store`] stores protobuf [`Resource`]s shaped like Consul's
 //! `pbresource` messages. Writers change them with compare-and-swap on a
 //! version; readers read and list without taking a lock; watchers receive a
 //! consistent snapshot followed by every later change, exactly once and in
@@ -116,6 +116,11 @@ pub mod conformance;
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/watchstore.resource.rs"));
 }
+
+// Compiles and runs the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use error::Error;
 pub use model::{MAX_FIELD_BYTES, MAX_NAME_BYTES, MAX_RESOURCE_BYTES, MAX_VERSION_BYTES, WILDCARD};
