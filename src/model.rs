@@ -7,6 +7,7 @@ use prost::Message;
 
 use crate::error::Error;
 use crate::pb::{Id, Resource, Tenancy, Type};
+use crate::sync::Arc;
 
 /// Maximum length of a resource name or name prefix, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -30,8 +31,16 @@ pub const WILDCARD: &str = "*";
 ///
 /// The group version and the uid are not part of the key, so one copy is
 /// stored per key whatever its group version.
+///
+/// The parts sit behind an `Arc` because the persistent map clones every
+/// key of each node it copies on a write: a clone must cost one reference
+/// count, not five string allocations.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Key {
+pub(crate) struct Key(Arc<KeyParts>);
+
+/// The fields of a [`Key`], in comparison order.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct KeyParts {
     pub(crate) group: String,
     pub(crate) kind: String,
     pub(crate) partition: String,
@@ -39,18 +48,30 @@ pub(crate) struct Key {
     pub(crate) name: String,
 }
 
+impl std::ops::Deref for Key {
+    type Target = KeyParts;
+
+    fn deref(&self) -> &KeyParts {
+        &self.0
+    }
+}
+
 impl Key {
+    pub(crate) fn new(parts: KeyParts) -> Key {
+        Key(Arc::new(parts))
+    }
+
     /// Builds the key of an id that has already been validated.
     pub(crate) fn of(id: &Id) -> Key {
         let ty = id.r#type.as_ref();
         let tenancy = id.tenancy.as_ref();
-        Key {
+        Key::new(KeyParts {
             group: ty.map(|t| t.group.clone()).unwrap_or_default(),
             kind: ty.map(|t| t.kind.clone()).unwrap_or_default(),
             partition: tenancy.map(|t| t.partition.clone()).unwrap_or_default(),
             namespace: tenancy.map(|t| t.namespace.clone()).unwrap_or_default(),
             name: id.name.clone(),
-        }
+        })
     }
 }
 
@@ -298,13 +319,13 @@ impl Query {
             (Some(p), None) => (p.clone(), String::new(), String::new()),
             _ => (String::new(), String::new(), String::new()),
         };
-        Key {
+        Key::new(KeyParts {
             group: self.group.clone(),
             kind: self.kind.clone(),
             partition,
             namespace,
             name,
-        }
+        })
     }
 
     /// Returns whether a key, visited in key order from [`Self::start_key`],
@@ -350,13 +371,13 @@ mod tests {
     }
 
     fn key(group: &str, kind: &str, partition: &str, namespace: &str, name: &str) -> Key {
-        Key {
+        Key::new(KeyParts {
             group: group.into(),
             kind: kind.into(),
             partition: partition.into(),
             namespace: namespace.into(),
             name: name.into(),
-        }
+        })
     }
 
     #[test]
