@@ -108,7 +108,6 @@ mod tree;
 mod watch;
 
 #[cfg(feature = "conformance")]
-#[allow(missing_docs)] // TODO: document once the suite is written.
 pub mod conformance;
 
 /// The resource messages, generated from `proto/resource.proto` by prost.
