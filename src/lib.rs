@@ -98,6 +98,9 @@
 
 #![warn(missing_docs)]
 
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod bench_support;
 pub mod design;
 mod error;
 mod log;

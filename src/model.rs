@@ -297,19 +297,30 @@ impl Query {
 
     /// Returns whether a stored key matches the query.
     pub(crate) fn matches(&self, key: &Key) -> bool {
-        key.group == self.group
-            && key.kind == self.kind
-            && self.partition.as_ref().is_none_or(|p| *p == key.partition)
-            && self.namespace.as_ref().is_none_or(|n| *n == key.namespace)
-            && key.name.starts_with(&self.name_prefix)
+        self.matches_ref(KeyRef {
+            group: &key.group,
+            kind: &key.kind,
+            partition: &key.partition,
+            namespace: &key.namespace,
+            name: &key.name,
+        })
     }
 
-    /// Returns whether a resource matches the query.
+    /// Returns whether a resource matches the query. Allocates nothing,
+    /// because every watcher calls it for every event in the log.
     pub(crate) fn matches_resource(&self, resource: &Resource) -> bool {
         resource
             .id
             .as_ref()
-            .is_some_and(|id| self.matches(&Key::of(id)))
+            .is_some_and(|id| self.matches_ref(KeyRef::of(id)))
+    }
+
+    fn matches_ref(&self, key: KeyRef<'_>) -> bool {
+        key.group == self.group
+            && key.kind == self.kind
+            && self.partition.as_ref().is_none_or(|p| p == key.partition)
+            && self.namespace.as_ref().is_none_or(|n| n == key.namespace)
+            && key.name.starts_with(self.name_prefix.as_str())
     }
 
     /// The smallest key that can match: the map is scanned from here.

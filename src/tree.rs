@@ -46,14 +46,22 @@ pub(crate) struct Root {
 
 impl Root {
     /// Builds the root that follows `self` after storing `resource` under
-    /// `key`.
-    pub(crate) fn with_upsert(&self, key: Key, resource: Arc<Resource>) -> Root {
+    /// `key` in place of `previous`, the resource stored there now.
+    pub(crate) fn with_upsert(
+        &self,
+        key: Key,
+        resource: Arc<Resource>,
+        previous: Option<&Resource>,
+    ) -> Root {
         let index = self.index + 1;
         let mut owners = self.owners.clone();
-        if let Some(previous) = self.resources.get(&key) {
-            remove_owner_ref(&mut owners, previous, &key);
+        // Most updates keep their owner: leave the owner index alone then.
+        if previous.is_none_or(|previous| previous.owner != resource.owner) {
+            if let Some(previous) = previous {
+                remove_owner_ref(&mut owners, previous, &key);
+            }
+            add_owner_ref(&mut owners, &resource, &key);
         }
-        add_owner_ref(&mut owners, &resource, &key);
         Root {
             index,
             resources: self.resources.update(key, Arc::clone(&resource)),

@@ -12,7 +12,9 @@ use crate::store::Shared;
 use crate::sync::{self, Arc, Ordering};
 use crate::tree::{Change, Root};
 
-/// Number of snapshot resources fetched per scan of the persistent map.
+/// Maximum number of snapshot resources fetched per scan of the persistent
+/// map. The first scan fetches one, so the first event comes without
+/// waiting for a full batch, and each later scan fetches twice as many.
 const SNAPSHOT_BATCH: usize = 64;
 
 /// Where a watch starts.
@@ -136,6 +138,8 @@ enum State {
         batch: VecDeque<Arc<Resource>>,
         /// Whether the scan has reached the end of the matching keys.
         scanned: bool,
+        /// How many resources the next scan fetches.
+        batch_size: usize,
     },
     /// Following the log; `cursor` is the next index to read.
     Follow { cursor: u64 },
@@ -279,17 +283,19 @@ impl Watch {
             from,
             batch,
             scanned,
+            batch_size,
         } = &mut self.state
         else {
             unreachable!("called in the snapshot state only");
         };
         if batch.is_empty() && !*scanned {
-            let mut found = Vec::with_capacity(SNAPSHOT_BATCH);
-            match root.scan(&self.query, from, SNAPSHOT_BATCH, &mut found) {
+            let mut found = Vec::with_capacity(*batch_size);
+            match root.scan(&self.query, from, *batch_size, &mut found) {
                 Some(last) => *from = Bound::Excluded(last),
                 None => *scanned = true,
             }
             batch.extend(found);
+            *batch_size = (*batch_size * 2).min(SNAPSHOT_BATCH);
         }
         if let Some(resource) = batch.pop_front() {
             return WatchEvent::Upsert {
@@ -374,6 +380,7 @@ fn snapshot_state(root: Arc<Root>) -> State {
         from: Bound::Unbounded,
         batch: VecDeque::new(),
         scanned: false,
+        batch_size: 1,
     }
 }
 
