@@ -290,7 +290,10 @@ impl Store {
     /// never a mix. Each restored resource is stored with the restore's
     /// index as its version, because versions from another store's history
     /// are not valid CAS tokens here. Every open watch returns
-    /// [`Error::WatchClosed`]. On invalid input (a resource that
+    /// [`Error::WatchClosed`], and so may a watch that starts while the
+    /// restore runs, even if its snapshot already shows the restored
+    /// contents. A watch resumed from an index before the restore delivers
+    /// the events up to the restore, then `WatchClosed`. On invalid input (a resource that
     /// `write_cas` would reject, an empty uid, or two resources with one key)
     /// nothing changes.
     pub fn restore<I>(&self, resources: I) -> Result<u64, Error>

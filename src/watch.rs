@@ -153,6 +153,11 @@ enum State {
 /// no lock and no epoch guard between calls: a snapshot in progress keeps
 /// its root alive, and a following watch is only a cursor. Dropping it frees
 /// everything it holds.
+///
+/// With the `async` feature, `Watch` is also a `futures::Stream`. The
+/// inherent, blocking [`Watch::next`] takes precedence over
+/// `StreamExt::next` in method calls, so async code writes
+/// `StreamExt::next(&mut watch).await`.
 pub struct Watch {
     shared: Arc<Shared>,
     query: Query,
