@@ -1764,7 +1764,7 @@ pub const INVALID_CASES: &[InvalidCase] = &[
     },
     InvalidCase {
         name: "list_by_owner_empty_group",
-        field: "id.type.group",
+        field: "owner.type.group",
         call: InvalidCall::ListByOwner(|id| type_mut(id).group.clear()),
     },
     InvalidCase {

@@ -86,13 +86,21 @@
 //! - **Fan-out.** Every watcher reads the shared log and filters events
 //!   itself, so a watcher of a narrow query still reads every event.
 //! - **Epoch handles.** Each thread keeps one crossbeam-epoch handle per
-//!   store it has used. A thread that used a store that is now dropped keeps
-//!   that store's last deferred events until the thread exits or registers
-//!   a handle for another store.
+//!   store it has used, found by a linear search, so a thread that uses
+//!   thousands of live stores pays for it on every operation. Each handle
+//!   buffers up to 64 replaced events (crossbeam-epoch's per-thread bag)
+//!   until the thread pins again, so an idle thread that wrote keeps up to
+//!   64 old resource versions alive beyond the ring. A thread that used a
+//!   store that is now dropped keeps that store's last deferred events until
+//!   the thread exits or registers a handle for another store.
 //! - **Input limits.** Names up to [`MAX_NAME_BYTES`], other identity
-//!   strings up to [`MAX_FIELD_BYTES`], resources up to
-//!   [`MAX_RESOURCE_BYTES`] encoded. Anything else is rejected with
-//!   [`Error::InvalidArgument`] before the store changes.
+//!   strings up to [`MAX_FIELD_BYTES`], versions and generations up to
+//!   [`MAX_VERSION_BYTES`], resources up to [`MAX_RESOURCE_BYTES`] encoded
+//!   (without the version), logs up to [`MAX_LOG_CAPACITY`] slots. Anything
+//!   else is rejected with [`Error::InvalidArgument`] before the store
+//!   changes. A missing tenancy is stored as an empty partition and
+//!   namespace, and names are not checked for characters beyond their
+//!   length.
 //!
 //! The algorithm and its memory orderings are described in [`design`].
 
@@ -125,6 +133,7 @@ pub mod pb {
 struct ReadmeDoctests;
 
 pub use error::Error;
+pub use log::MAX_LOG_CAPACITY;
 pub use model::{MAX_FIELD_BYTES, MAX_NAME_BYTES, MAX_RESOURCE_BYTES, MAX_VERSION_BYTES, WILDCARD};
 pub use pb::{Id, Resource, Tenancy, Type};
 pub use store::{Snapshot, Store, StoreOptions, DEFAULT_LOG_CAPACITY};

@@ -15,7 +15,7 @@ use std::sync::Weak;
 
 use crate::error::Error;
 use crate::sync::epoch::{self, Atomic, Collector, Guard, LocalHandle, Owned};
-use crate::sync::{Arc, Ordering};
+use crate::sync::{thread_local, Arc, Ordering};
 use crate::tree::Event;
 
 /// The result of looking up one index in the log.
@@ -27,6 +27,10 @@ pub(crate) enum Slot {
     /// The requested index was overwritten by a later one.
     Overwritten,
 }
+
+/// Maximum number of log slots: 2^24 slots take 128 MiB of pointers
+/// before any event is stored.
+pub const MAX_LOG_CAPACITY: usize = 1 << 24;
 
 pub(crate) struct Log {
     slots: Box<[Atomic<Event>]>,
@@ -48,10 +52,10 @@ thread_local! {
 impl Log {
     /// Creates a log of `capacity` slots; `capacity` must be a power of two.
     pub(crate) fn new(capacity: usize) -> Result<Log, Error> {
-        if capacity == 0 || !capacity.is_power_of_two() {
+        if capacity == 0 || !capacity.is_power_of_two() || capacity > MAX_LOG_CAPACITY {
             return Err(Error::invalid(
                 "log_capacity",
-                format!("is {capacity}, expected a power of two of at least 1"),
+                format!("is {capacity}, expected a power of two from 1 to {MAX_LOG_CAPACITY}"),
             ));
         }
         let slots = (0..capacity).map(|_| Atomic::null()).collect();
@@ -107,6 +111,8 @@ impl Log {
             // SAFETY: `current` was loaded under `guard`, and events leave a
             // slot only through `defer_destroy`, which waits for the guard.
             if let Some(existing) = unsafe { current.as_ref() } {
+                #[cfg(loom)]
+                existing.marker.check();
                 if existing.index >= event.index {
                     return false;
                 }
@@ -144,7 +150,12 @@ impl Log {
         // event's fields are visible.
         let shared = slot.load(Ordering::Acquire, guard);
         // SAFETY: loaded under `guard`; see `publish`.
-        match unsafe { shared.as_ref() } {
+        let loaded = unsafe { shared.as_ref() };
+        #[cfg(loom)]
+        if let Some(event) = loaded {
+            event.marker.check();
+        }
+        match loaded {
             None => Slot::Pending,
             Some(event) if event.index == index => Slot::Ready(event.clone()),
             Some(event) if event.index < index => Slot::Pending,
@@ -156,6 +167,48 @@ impl Log {
     /// is published.
     pub(crate) fn oldest_held(&self, published: u64) -> u64 {
         (published + 1).saturating_sub(self.capacity()).max(1)
+    }
+}
+
+/// An epoch handle registered on one model thread for another (loom
+/// builds only).
+#[cfg(loom)]
+pub struct PreparedHandle {
+    alive: Weak<()>,
+    handle: LocalHandle,
+}
+
+// SAFETY: a `LocalHandle` is `!Send` so that two threads cannot use it at
+// once; it has no tie to the thread that registered it. A prepared handle
+// moves to one thread before that thread uses it, and the registering thread
+// keeps no copy.
+#[cfg(loom)]
+unsafe impl Send for PreparedHandle {}
+
+#[cfg(loom)]
+impl PreparedHandle {
+    /// Caches the handle for the calling thread's pins of its log.
+    pub fn install(self) {
+        HANDLES.with(|handles| handles.borrow_mut().push((self.alive, self.handle)));
+    }
+}
+
+#[cfg(loom)]
+impl Log {
+    /// Registers a handle and pins it once, so that its first pin (which
+    /// runs a collection) happens on the calling thread.
+    pub(crate) fn prepare_handle(&self) -> PreparedHandle {
+        let handle = self.collector.register();
+        drop(handle.pin());
+        PreparedHandle {
+            alive: Arc::downgrade(&self.alive),
+            handle,
+        }
+    }
+
+    /// Flushes the calling thread's deferred destructors to the collector.
+    pub(crate) fn flush(&self) {
+        self.pin().flush();
     }
 }
 
@@ -181,5 +234,170 @@ impl Drop for Log {
                 handles.retain(|(_, handle)| handle.collector() != &self.collector);
             }
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::pb::Resource;
+    use crate::tree::Change;
+
+    fn restore_event(index: u64) -> Event {
+        Event {
+            index,
+            change: Change::Restore,
+        }
+    }
+
+    fn upsert_event(index: u64, resource: &Arc<Resource>) -> Event {
+        Event {
+            index,
+            change: Change::Upsert(Arc::clone(resource)),
+        }
+    }
+
+    fn index_of(slot: Slot) -> Option<u64> {
+        match slot {
+            Slot::Ready(event) => Some(event.index),
+            Slot::Pending | Slot::Overwritten => None,
+        }
+    }
+
+    #[test]
+    fn new_rejects_capacity_not_power_of_two() {
+        for capacity in [0, 3, 6] {
+            let result = Log::new(capacity);
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::InvalidArgument {
+                        field: "log_capacity",
+                        ..
+                    })
+                ),
+                "capacity {capacity} was accepted"
+            );
+        }
+        assert!(Log::new(1).is_ok());
+    }
+
+    #[test]
+    fn publish_then_get_returns_event() {
+        let log = Log::new(4).unwrap();
+        let guard = log.pin();
+        assert!(matches!(log.get(1, &guard), Slot::Pending));
+
+        assert!(log.publish(&restore_event(1), &guard));
+
+        assert_eq!(index_of(log.get(1, &guard)), Some(1));
+        assert!(matches!(log.get(2, &guard), Slot::Pending));
+    }
+
+    #[test]
+    fn publish_skips_same_or_older_event() {
+        let log = Log::new(4).unwrap();
+        let guard = log.pin();
+        assert!(log.publish(&restore_event(1), &guard));
+        assert!(
+            !log.publish(&restore_event(1), &guard),
+            "published index 1 twice"
+        );
+
+        // Index 5 replaces index 1 in slot 1; a helper holding the older
+        // event must not put it back.
+        assert!(log.publish(&restore_event(5), &guard));
+        assert!(
+            !log.publish(&restore_event(1), &guard),
+            "a stale event replaced a newer one"
+        );
+        assert_eq!(index_of(log.get(5, &guard)), Some(5));
+    }
+
+    #[test]
+    fn get_reports_overwritten_index() {
+        let log = Log::new(2).unwrap();
+        let guard = log.pin();
+        for index in 1..=3 {
+            assert!(log.publish(&restore_event(index), &guard));
+        }
+
+        assert!(matches!(log.get(1, &guard), Slot::Overwritten));
+        assert_eq!(index_of(log.get(2, &guard)), Some(2));
+        assert_eq!(index_of(log.get(3, &guard)), Some(3));
+        // Slot 1 holds index 3, older than 5: not published yet.
+        assert!(matches!(log.get(5, &guard), Slot::Pending));
+    }
+
+    #[test]
+    fn oldest_held_follows_capacity() {
+        let log = Log::new(4).unwrap();
+        assert_eq!(log.oldest_held(0), 1);
+        assert_eq!(log.oldest_held(4), 1);
+        assert_eq!(log.oldest_held(5), 2);
+        assert_eq!(log.oldest_held(100), 97);
+    }
+
+    #[test]
+    fn drop_frees_replaced_and_newest_events() {
+        let replaced = Arc::new(Resource::default());
+        let newest = Arc::new(Resource::default());
+        let log = Log::new(1).unwrap();
+        {
+            let guard = log.pin();
+            assert!(log.publish(&upsert_event(1, &replaced), &guard));
+            assert!(log.publish(&upsert_event(2, &newest), &guard));
+        }
+        assert_eq!(
+            Arc::strong_count(&newest),
+            2,
+            "the log keeps a copy of the newest event"
+        );
+
+        drop(log);
+
+        assert_eq!(
+            Arc::strong_count(&replaced),
+            1,
+            "the replaced event was not freed"
+        );
+        assert_eq!(
+            Arc::strong_count(&newest),
+            1,
+            "the newest event was not freed"
+        );
+    }
+
+    #[test]
+    fn reader_thread_sees_own_index_or_overwritten() {
+        const LAST: u64 = 8;
+        let log = Arc::new(Log::new(2).unwrap());
+        let reader_log = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            let mut cursor = 1;
+            while cursor <= LAST {
+                let guard = reader_log.pin();
+                match reader_log.get(cursor, &guard) {
+                    Slot::Ready(event) => {
+                        assert_eq!(event.index, cursor, "read another index's event");
+                        cursor += 1;
+                    }
+                    // Only the last two indexes are never overwritten.
+                    Slot::Overwritten => {
+                        assert!(cursor <= LAST - 2, "index {cursor} reported overwritten");
+                        cursor += 1;
+                    }
+                    Slot::Pending => std::thread::yield_now(),
+                }
+            }
+        });
+
+        for index in 1..=LAST {
+            let guard = log.pin();
+            assert!(log.publish(&restore_event(index), &guard));
+            guard.flush();
+        }
+
+        reader.join().unwrap();
     }
 }

@@ -20,7 +20,9 @@ pub const MAX_FIELD_BYTES: usize = 128;
 /// decimal digits).
 pub const MAX_VERSION_BYTES: usize = 20;
 
-/// Maximum protobuf-encoded size of a written resource, in bytes (4 MiB).
+/// Maximum protobuf-encoded size of a written resource, in bytes (4 MiB),
+/// not counting its version field. The store replaces the version, so the
+/// limit leaves it out: a stored copy can always be written back.
 pub const MAX_RESOURCE_BYTES: usize = 4 << 20;
 
 /// The tenancy wildcard accepted by `list` and `watch_list`.
@@ -234,9 +236,15 @@ fn check_id<'a>(
     Ok(id)
 }
 
-/// Validates the id of a `read` or `list_by_owner`.
+/// Validates the id of a `read`.
 pub(crate) fn check_read_id(id: &Id) -> Result<(), Error> {
     check_id(Some(id), &ID_FIELDS, true).map(|_| ())
+}
+
+/// Validates the owner id of a `list_by_owner`, which ignores the group
+/// version.
+pub(crate) fn check_owner_id(owner: &Id) -> Result<(), Error> {
+    check_id(Some(owner), &OWNER_FIELDS, false).map(|_| ())
 }
 
 /// Validates the id and version of a `delete_cas`; the group version is
@@ -254,11 +262,18 @@ pub(crate) fn check_resource(resource: &Resource) -> Result<&Id, Error> {
     }
     check_len("version", &resource.version, MAX_VERSION_BYTES)?;
     check_len("generation", &resource.generation, MAX_VERSION_BYTES)?;
-    let size = resource.encoded_len();
+    // proto3 leaves an empty string out of the encoding.
+    let version_len = match resource.version.is_empty() {
+        true => 0,
+        false => prost::encoding::string::encoded_len(3, &resource.version),
+    };
+    let size = resource.encoded_len() - version_len;
     if size > MAX_RESOURCE_BYTES {
         return Err(Error::invalid(
             "resource",
-            format!("encodes to {size} bytes, the maximum is {MAX_RESOURCE_BYTES} bytes"),
+            format!(
+                "encodes to {size} bytes without its version, the maximum is {MAX_RESOURCE_BYTES} bytes"
+            ),
         ));
     }
     Ok(id)

@@ -57,6 +57,11 @@ pub(crate) struct Shared {
     /// Number of restores committed; a watch started under another count
     /// is closed.
     pub(crate) restores: AtomicU64,
+    /// The highest index published to the log. Only the negative control
+    /// of the loom models has it: its watches start from this counter, as
+    /// Consul's subscriptions start from their buffer's head.
+    #[cfg(watchstore_consul_order)]
+    pub(crate) published: AtomicU64,
 }
 
 impl Shared {
@@ -65,9 +70,17 @@ impl Shared {
     pub(crate) fn help_publish(&self, root: &Root, guard: &crate::sync::epoch::Guard) {
         if let Some(event) = &root.event {
             if self.log.publish(event, guard) {
+                #[cfg(watchstore_consul_order)]
+                self.published.fetch_max(event.index, Ordering::Release);
                 self.notify.notify_all();
             }
         }
+    }
+
+    pub(crate) fn close(&self) {
+        // Release pairs with the Acquire in `closed_or_restored`.
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_all();
     }
 
     /// Returns whether the store was closed, or restored since a watch
@@ -116,6 +129,18 @@ impl Shared {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) shared: Arc<Shared>,
+    /// Shared by the store's handles only, not by its watches: when the
+    /// last handle drops, no one can close the store any more, so it
+    /// closes itself and blocked watches return `WatchClosed`.
+    _close_on_drop: Arc<CloseOnDrop>,
+}
+
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Default for Store {
@@ -145,14 +170,18 @@ impl Store {
     /// of two.
     pub fn with_options(options: StoreOptions) -> Result<Store, Error> {
         let log = Log::new(options.log_capacity)?;
+        let shared = Arc::new(Shared {
+            root: RootCell::new(Arc::new(Root::default())),
+            log,
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            restores: AtomicU64::new(0),
+            #[cfg(watchstore_consul_order)]
+            published: AtomicU64::new(0),
+        });
         Ok(Store {
-            shared: Arc::new(Shared {
-                root: RootCell::new(Arc::new(Root::default())),
-                log,
-                notify: Notify::new(),
-                closed: AtomicBool::new(false),
-                restores: AtomicU64::new(0),
-            }),
+            _close_on_drop: Arc::new(CloseOnDrop(Arc::clone(&shared))),
+            shared,
         })
     }
 
@@ -265,7 +294,7 @@ impl Store {
     /// Lists resources whose owner is `owner` (uid included, group version
     /// ignored), in key order.
     pub fn list_by_owner(&self, owner: &Id) -> Result<Vec<Arc<Resource>>, Error> {
-        model::check_read_id(owner)?;
+        model::check_owner_id(owner)?;
         let root = self.shared.root.load();
         let Some(owned) = root.owners.get(&OwnerKey::of(owner)) else {
             return Ok(Vec::new());
@@ -302,8 +331,14 @@ impl Store {
     {
         let mut contents = Vec::new();
         let mut keys = HashSet::new();
-        for resource in resources {
-            let id = model::check_resource(&resource)?;
+        for (position, resource) in resources.into_iter().enumerate() {
+            let id = model::check_resource(&resource).map_err(|error| match error {
+                Error::InvalidArgument { field, reason } => Error::InvalidArgument {
+                    field,
+                    reason: format!("{reason} (resource {position} of the restore)"),
+                },
+                other => other,
+            })?;
             if id.uid.is_empty() {
                 return Err(Error::invalid(
                     "id.uid",
@@ -353,11 +388,11 @@ impl Store {
 
     /// Closes every open watch: each returns [`Error::WatchClosed`] from
     /// its next call, and blocked ones wake at once. Later watches fail with
-    /// the same error. Reads and writes keep working.
+    /// the same error. Reads and writes keep working. Dropping the last
+    /// `Store` handle closes the store the same way, so a watch never
+    /// blocks on a store nobody can write to.
     pub fn close(&self) {
-        // Release pairs with the Acquire in `closed_or_restored`.
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.notify.notify_all();
+        self.shared.close();
     }
 
     /// Watches resources matching the query of [`Store::list`]: a snapshot

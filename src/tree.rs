@@ -25,6 +25,9 @@ pub(crate) enum Change {
 pub(crate) struct Event {
     pub(crate) index: u64,
     pub(crate) change: Change,
+    /// Turns a read of a freed event into a model failure.
+    #[cfg(loom)]
+    pub(crate) marker: crate::sync::EventMarker,
 }
 
 /// One immutable version of the store's contents.
@@ -68,6 +71,8 @@ impl Root {
             owners,
             event: Some(Event {
                 index,
+                #[cfg(loom)]
+                marker: crate::sync::EventMarker::new(),
                 change: Change::Upsert(resource),
             }),
         }
@@ -85,6 +90,8 @@ impl Root {
             owners,
             event: Some(Event {
                 index,
+                #[cfg(loom)]
+                marker: crate::sync::EventMarker::new(),
                 change: Change::Delete(previous),
             }),
         }
@@ -103,6 +110,8 @@ impl Root {
             owners,
             event: Some(Event {
                 index,
+                #[cfg(loom)]
+                marker: crate::sync::EventMarker::new(),
                 change: Change::Restore,
             }),
         }

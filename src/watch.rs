@@ -164,6 +164,10 @@ pub struct Watch {
     on_lag: LagPolicy,
     /// The store's restore count when the watch started.
     restores_at_start: u64,
+    /// The published counter read before the snapshot's root (negative
+    /// control only): the watch follows from here, in Consul's order.
+    #[cfg(watchstore_consul_order)]
+    published_at_start: u64,
     state: State,
     /// The registration a pending `poll_next` sleeps on.
     #[cfg(feature = "async")]
@@ -200,6 +204,8 @@ impl Watch {
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::WatchClosed);
         }
+        #[cfg(watchstore_consul_order)]
+        let published_at_start = shared.published.load(Ordering::Acquire);
         let state = match options.start {
             WatchStart::Snapshot => snapshot_state(shared.root.load_full()),
             WatchStart::After(after) => State::Follow {
@@ -211,6 +217,8 @@ impl Watch {
             query,
             on_lag: options.on_lag,
             restores_at_start,
+            #[cfg(watchstore_consul_order)]
+            published_at_start,
             state,
             #[cfg(feature = "async")]
             listener: None,
@@ -311,7 +319,13 @@ impl Watch {
         let index = root.index;
         // The snapshot and the cursor come from one root load: the event
         // after root `index` is exactly log index `index + 1`.
-        self.state = State::Follow { cursor: index + 1 };
+        #[cfg(not(watchstore_consul_order))]
+        let cursor = index + 1;
+        // Negative control: a write that became visible to the snapshot
+        // before it was published is delivered again.
+        #[cfg(watchstore_consul_order)]
+        let cursor = self.published_at_start + 1;
+        self.state = State::Follow { cursor };
         WatchEvent::EndOfSnapshot { index }
     }
 

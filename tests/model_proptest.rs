@@ -588,7 +588,7 @@ fn call_invalid(
         Invalid::ListByOwnerEmptyName(key) => {
             let mut id = make_id(key, 0, "u1");
             id.name.clear();
-            (store.list_by_owner(&id).map(drop), "id.name")
+            (store.list_by_owner(&id).map(drop), "owner.name")
         }
         Invalid::WatchEmptyKind => {
             let ty = Type {

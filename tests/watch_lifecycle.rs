@@ -681,12 +681,13 @@ fn dropping_store_and_watches_frees_every_resource() {
         drop(following);
         drop(clone);
         drop(store);
-        // The watches still hold the store's shared state.
+        // The watches still hold the store's shared state, but dropping
+        // the last handle closed them.
         drop(mid_snapshot);
         assert_eq!(
             unread_snapshot.try_next().map(|event| event.is_some()),
-            Ok(true),
-            "an open watch works after every store handle is dropped"
+            Err(Error::WatchClosed),
+            "dropping every store handle closes open watches"
         );
         drop(unread_snapshot);
 
@@ -946,6 +947,34 @@ fn close_wakes_blocked_watchers_and_rejects_new_ones() {
             .len(),
         2
     );
+}
+
+#[test]
+fn dropping_last_handle_wakes_blocked_watchers() {
+    let store = Store::new();
+    create(&store, "first");
+    let current = store.current_index();
+    let blocked = block_on_next(watch_after(&store, current).unwrap(), false);
+
+    // Dropping one of two handles closes nothing.
+    let other_handle = store.clone();
+    drop(store);
+    let_threads_block();
+    assert_eq!(
+        blocked.try_recv(),
+        Err(TryRecvError::Empty),
+        "dropping a clone closed the store"
+    );
+    let mut follower = watch_after(&other_handle, current).unwrap();
+    assert_eq!(follower.try_next(), Ok(None));
+
+    // Dropping the last one closes every watch, blocked or not.
+    drop(other_handle);
+    assert_eq!(
+        expect_result(&blocked, "blocked watcher after the last handle dropped"),
+        Err(Error::WatchClosed)
+    );
+    assert_eq!(follower.try_next(), Err(Error::WatchClosed));
 }
 
 // ---------------------------------------------------------------------------
