@@ -77,7 +77,8 @@ struct ReplayArgs {
     scale: u16,
 
     /// Number of events the store's log keeps for watchers (a power of
-    /// two); a watcher further behind falls back to a fresh snapshot.
+    /// two); a watcher further behind gets a fresh snapshot with
+    /// `--on-lag reset`, or a lag error and a new watch with `--on-lag error`.
     #[arg(long, value_name = "EVENTS", default_value_t = DEFAULT_LOG_CAPACITY, value_parser = parse_ring_capacity)]
     ring_capacity: usize,
 
@@ -99,6 +100,12 @@ fn parse_ring_capacity(text: &str) -> Result<usize, String> {
     if !capacity.is_power_of_two() {
         return Err(format!(
             "{capacity} is not a power of two (such as 1024 or 65536)"
+        ));
+    }
+    if capacity > watchstore::MAX_LOG_CAPACITY {
+        return Err(format!(
+            "{capacity} is above the maximum of {} events",
+            watchstore::MAX_LOG_CAPACITY
         ));
     }
     Ok(capacity)
