@@ -70,6 +70,8 @@ impl Shared {
     pub(crate) fn help_publish(&self, root: &Root, guard: &crate::sync::epoch::Guard) {
         if let Some(event) = &root.event {
             if self.log.publish(event, guard) {
+                // Release pairs with the control's Acquire load in
+                // `Watch::start`, as a publication counter would in Consul.
                 #[cfg(watchstore_consul_order)]
                 self.published.fetch_max(event.index, Ordering::Release);
                 self.notify.notify_all();

@@ -201,6 +201,7 @@ impl Watch {
         // root before it counts, so this watch cannot pair a pre-restore
         // root with a post-restore count.
         let restores_at_start = shared.restores.load(Ordering::Acquire);
+        // Acquire pairs with the Release store in `Shared::close`.
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::WatchClosed);
         }
