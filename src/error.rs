@@ -42,8 +42,8 @@ pub enum Error {
         /// The stored resource, so the caller can convert it.
         stored: Arc<Resource>,
     },
-    /// The backend cannot answer consistently (for backends that can lose
-    /// quorum; the in-memory store never returns it).
+    /// The backend cannot return a consistent result, as a backend that
+    /// lost quorum would. The in-memory store never returns it.
     Inconsistent,
     /// The watch was closed by [`Store::close`](crate::Store::close) or
     /// [`Store::restore`](crate::Store::restore).
@@ -157,7 +157,7 @@ impl fmt::Display for Error {
                     DisplayType(requested)
                 )
             }
-            Error::Inconsistent => f.write_str("the store cannot answer consistently"),
+            Error::Inconsistent => f.write_str("the store cannot return a consistent result; retry later"),
             Error::WatchClosed => {
                 f.write_str("watch closed because the store was closed or restored")
             }

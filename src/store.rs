@@ -487,17 +487,17 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    /// The commit index this snapshot reflects.
+    /// Returns the commit index this snapshot reflects.
     pub fn index(&self) -> u64 {
         self.root.index
     }
 
-    /// The number of resources in the snapshot.
+    /// Returns the number of resources in the snapshot.
     pub fn len(&self) -> usize {
         self.root.resources.len()
     }
 
-    /// Returns whether the snapshot holds no resources.
+    /// Returns whether the snapshot contains no resources.
     pub fn is_empty(&self) -> bool {
         self.root.resources.is_empty()
     }

@@ -17,7 +17,7 @@ use crate::tree::{Change, Root};
 /// waiting for a full batch, and each later scan fetches twice as many.
 const SNAPSHOT_BATCH: usize = 64;
 
-/// Where a watch starts.
+/// The start point of a watch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WatchStart {
@@ -32,7 +32,7 @@ pub enum WatchStart {
     After(u64),
 }
 
-/// What a watch does when its next event was overwritten in the log.
+/// The reaction of a watch whose next event was overwritten in the log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LagPolicy {
@@ -48,9 +48,9 @@ pub enum LagPolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WatchOptions {
-    /// Where the watch starts.
+    /// The start point of the watch.
     pub start: WatchStart,
-    /// What the watch does when it falls behind the log.
+    /// The reaction of the watch when it falls behind the log.
     pub on_lag: LagPolicy,
 }
 
@@ -100,7 +100,7 @@ pub enum WatchEvent {
 }
 
 impl WatchEvent {
-    /// The commit index of the event.
+    /// Returns the commit index of the event.
     pub fn index(&self) -> u64 {
         match self {
             WatchEvent::Upsert { index, .. }
@@ -132,7 +132,7 @@ enum State {
     /// Reading the snapshot of `root`.
     Snapshot {
         root: Arc<Root>,
-        /// Where the next scan of the map starts.
+        /// The bound the next scan of the map starts from.
         from: Bound<Key>,
         /// Fetched resources not yet returned.
         batch: VecDeque<Arc<Resource>>,
