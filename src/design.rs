@@ -24,7 +24,7 @@
 //! Step 2 is what keeps writers from waiting for each other: the root
 //! carries its own pending event, so any thread that sees an unpublished
 //! event can publish it, and a writer descheduled between steps 4 and 5
-//! stalls nobody. It also gives the log's invariant: **when the root has
+//! stalls no other thread. It also gives the log's invariant: **when the root has
 //! index `n`, every event below `n` is in the log** (or was already
 //! overwritten by a later lap), and only event `n` may still be pending.
 //! Watchers and resumes help with step 2 too, before they wait or compute

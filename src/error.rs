@@ -67,7 +67,7 @@ pub enum Error {
     InvalidArgument {
         /// The field at fault, such as `id.type.kind`.
         field: &'static str,
-        /// What was wrong with it and what was expected.
+        /// The problem with the value and the value expected.
         reason: String,
     },
 }

@@ -1,6 +1,6 @@
 //! The bounded ring event log.
 //!
-//! Slot `index & mask` holds the event with commit index `index` until the
+//! Slot `index & mask` contains the event with commit index `index` until the
 //! event `index + capacity` replaces it. The event's own index is the slot's
 //! sequence stamp: a reader that wants index `i` and finds a smaller index
 //! knows `i` is not published yet, and one that finds a larger index knows
@@ -94,7 +94,7 @@ impl Log {
         cached.unwrap_or_else(|_| self.collector.register().pin())
     }
 
-    /// Publishes `event` to its slot unless the slot already holds it or a
+    /// Publishes `event` to its slot unless the slot already contains it or a
     /// later event, and returns whether this call published it.
     ///
     /// Equality alone would not do: a helper that loaded an old root could
@@ -163,8 +163,8 @@ impl Log {
         }
     }
 
-    /// The oldest index the log holds once every event up to `published`
-    /// is published.
+    /// Returns the oldest index in the log once every event up to
+    /// `published` is published.
     pub(crate) fn oldest_held(&self, published: u64) -> u64 {
         (published + 1).saturating_sub(self.capacity()).max(1)
     }

@@ -160,8 +160,8 @@ fn check_present(field: &'static str, value: &str, max: usize) -> Result<(), Err
     check_len(field, value, max)
 }
 
-/// Names of the fields checked by [`check_id`], so that errors on an owner
-/// say `owner.name` and errors on the id say `id.name`.
+/// Field names for the errors of [`check_id`]: `owner.name` for an owner,
+/// `id.name` for the id.
 struct IdFields {
     id: &'static str,
     ty: &'static str,
@@ -338,7 +338,7 @@ impl Query {
             && key.name.starts_with(self.name_prefix.as_str())
     }
 
-    /// The smallest key that can match: the map is scanned from here.
+    /// Returns the smallest key that can match, where a scan starts.
     pub(crate) fn start_key(&self) -> Key {
         let (partition, namespace, name) = match (&self.partition, &self.namespace) {
             (Some(p), Some(n)) => (p.clone(), n.clone(), self.name_prefix.clone()),

@@ -129,7 +129,7 @@ mod real {
         }
 
         /// Wakes every registered listener. Costs one fence and one load when
-        /// nobody listens.
+        /// no listener is registered.
         pub(crate) fn notify_all(&self) {
             self.event.notify(usize::MAX);
         }

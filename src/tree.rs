@@ -9,7 +9,7 @@ use crate::model::{Key, KeyRef, OwnerKey, Query};
 use crate::pb::Resource;
 use crate::sync::Arc;
 
-/// What a committed change did.
+/// The kind of a committed change.
 #[derive(Clone, Debug)]
 pub(crate) enum Change {
     /// A write stored this resource.

@@ -26,7 +26,7 @@ pub enum WatchStart {
     #[default]
     Snapshot,
     /// No snapshot: every matching change with an index greater than this
-    /// one. Fails with [`Error::Compacted`] when the log no longer holds the
+    /// one. Fails with [`Error::Compacted`] when the log no longer contains the
     /// next index, and with [`Error::InvalidArgument`] when the index is
     /// above the store's current index.
     After(u64),
@@ -302,6 +302,8 @@ impl Watch {
         else {
             unreachable!("called in the snapshot state only");
         };
+
+        // Refill the batch from the map when it runs out.
         if batch.is_empty() && !*scanned {
             let mut found = Vec::with_capacity(*batch_size);
             match root.scan(&self.query, from, *batch_size, &mut found) {
@@ -311,12 +313,14 @@ impl Watch {
             batch.extend(found);
             *batch_size = (*batch_size * 2).min(SNAPSHOT_BATCH);
         }
+
         if let Some(resource) = batch.pop_front() {
             return WatchEvent::Upsert {
                 index: root.index,
                 resource,
             };
         }
+
         let index = root.index;
         // The snapshot and the cursor come from one root load: the event
         // after root `index` is exactly log index `index + 1`.
@@ -339,7 +343,7 @@ impl Watch {
                     // descheduled writer: publish it rather than wait. Every
                     // event below the root's index is already published (a
                     // writer publishes the current event before swapping the
-                    // root), so after this help the slot holds `cursor` or a
+                    // root), so after this help the slot contains `cursor` or a
                     // later index and the loop moves on.
                     let root = self.shared.root.load();
                     if root.index < cursor {
